@@ -68,6 +68,9 @@ def test_jl_distortion_matches_naive():
     assert math.isclose(out["mean_abs"], (ratio - 1).abs().mean().item(), rel_tol=1e-9)
     assert math.isclose(out["min_ratio"], ratio.min().item(), rel_tol=1e-9)
     assert math.isclose(out["max_ratio"], ratio.max().item(), rel_tol=1e-9)
+    scaled = geo.jl_distortion(X, 1.1 * X, chunk_size=4)  # every ratio is 1.21: min and max must both be 1.21
+    assert math.isclose(scaled["min_ratio"], 1.21, rel_tol=1e-12) and math.isclose(scaled["max_ratio"], 1.21,
+                                                                                      rel_tol=1e-12)
 
 
 def test_random_sphere():

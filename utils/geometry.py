@@ -89,8 +89,10 @@ def pairwise_sq_dists(X: Any, Y: Any | None = None, *, chunk_size: int = 4096) -
     out = torch.empty(X.shape[0], Y.shape[0], dtype=X.dtype, device=X.device)
     for start in range(0, X.shape[0], chunk_size):
         block = X[start:start + chunk_size]
-        d = (block * block).sum(dim=1, keepdim=True) + y_sq - 2.0 * (block @ Y.T)
-        out[start:start + chunk_size] = d.clamp_min_(0.0)
+        target = out[start:start + chunk_size]
+        torch.add((block * block).sum(dim=1, keepdim=True), y_sq, out=target)  # |x|^2 + |y|^2
+        target.addmm_(block, Y.T, alpha=-2.0)  # ... - 2 <x, y>, in place: one temporary-free pass
+        target.clamp_min_(0.0)
     if same:
         out.fill_diagonal_(0.0)
     return out
@@ -114,20 +116,21 @@ def jl_distortion(X: Any, Z: Any, *, chunk_size: int = 4096) -> dict[str, float]
     max_abs, total, lo, hi = 0.0, 0.0, math.inf, -math.inf
     for start in range(0, num_points - 1, chunk_size):
         stop = min(start + chunk_size, num_points)
-        dx = pairwise_sq_dists(X[start:stop], X)
-        dz = pairwise_sq_dists(Z[start:stop], Z)
-        rows = torch.arange(start, stop, device=X.device).unsqueeze(1)
-        upper = torch.arange(num_points, device=X.device).unsqueeze(0) > rows  # pairs i < j only
-        dx, dz = dx[upper], dz[upper]
-        if dx.numel() == 0:
-            continue
+        # rows start..stop-1 against columns start..N-1: only pairs i < j are needed
+        dx = pairwise_sq_dists(X[start:stop], X[start:])
+        dz = pairwise_sq_dists(Z[start:stop], Z[start:])
+        # pairs j <= i sit in the lower triangle of the block (column offset <= row offset): make their ratio 1
+        lower = torch.ones(dx.shape, dtype=torch.bool, device=dx.device).tril_()
+        dx.masked_fill_(lower, 1.0)
+        dz.masked_fill_(lower, 1.0)
         if bool((dx <= 0).any()):
             raise ValueError("X contains repeated points (zero distance): the distortion ratio is undefined")
-        ratio = (dz / dx).to(torch.float64)
-        dev = (ratio - 1).abs()
+        ratio = dz.div_(dx).to(torch.float64)
+        lo = min(lo, float(ratio.masked_fill(lower, math.inf).min()))
+        hi = max(hi, float(ratio.masked_fill(lower, -math.inf).max()))
+        dev = ratio.sub_(1.0).abs_()
         max_abs = max(max_abs, float(dev.max()))
         total += float(dev.sum())
-        lo, hi = min(lo, float(ratio.min())), max(hi, float(ratio.max()))
     num_pairs = num_points * (num_points - 1) // 2
     return {"max_abs": max_abs, "mean_abs": total / num_pairs, "min_ratio": lo, "max_ratio": hi,
             "num_pairs": num_pairs}
