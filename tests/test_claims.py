@@ -80,11 +80,12 @@ def test_bad_arguments(ledger):
 def test_not_reproducible_and_summary(ledger):
     claims.check("demo-chapter/C2", 1.0, 1.0)
     claims.check("demo-chapter/C10", 3.0, 2.0, op="ge")
+    claims.check("demo-chapter/C10", np.array([3.0]), np.array([[2.0]]), op="ge")  # one-element arrays
     claims.not_reproducible("demo-chapter/C1", "needs a pretrained model", substitute="a toy model")
     table = claims.summary("demo-chapter")
     assert [row[0] for row in table.rows] == ["demo-chapter/C1", "demo-chapter/C2", "demo-chapter/C10"]
     assert table.rows[0][1] == "not reproducible"
-    assert table.rows[2][3] == "≥ 2"
+    assert table.rows[2][3] == "≥ 2\n≥ 2" and table.rows[2][2] == "3\n3"
     assert "<table>" in table._repr_html_() and "| claim |" in repr(table)
     assert read(ledger)[-1]["verdict"] == "not reproducible"
 

@@ -76,3 +76,8 @@ def test_setup_notebook_mentions_settings(monkeypatch):
 
     assert mpl.rcParams["figure.facecolor"] in ("white", (1.0, 1.0, 1.0, 1.0))
     assert np.isfinite(float(torch.rand(1)))
+
+
+def test_torch_generator_rejects_bad_stream():
+    with pytest.raises(ValueError, match="stream"):
+        dev.torch_generator(-3, device="cpu")

@@ -94,7 +94,7 @@ def test(extra: list[str]) -> int:
                PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYDEVD_DISABLE_FILE_VALIDATION="1")
     workers = ["-n", env.get("BOOK_WORKERS", "2")] if env.get("BOOK_WORKERS", "2") != "0" else []
     code = run([sys.executable, "-m", "pytest", "tests", str(STAGE.relative_to(ROOT) / "book"), "--nbmake",
-                "--overwrite", "--nbmake-timeout=600", *workers, "-p", "no:cacheprovider",
+                "--overwrite", "--nbmake-timeout=600", *workers, "-p", "no:cacheprovider", "-p", "tools.pytest_short_poll",
                 f"--junitxml={JUNIT}", "-o", "junit_family=xunit2", "-rfE", *extra], env=env, timeout=3600)
     report_code = report()
     return code or report_code
@@ -186,13 +186,19 @@ def report() -> int:
         seconds, outcome = times.get(entry, (float("nan"), "not run"))
         ledger = read_ledger(slug) if outcome != "not run" else []
         verdicts = [r["verdict"] for r in ledger]
+        by_claim: dict[str, set[str]] = {}
+        for rec in ledger:
+            by_claim.setdefault(rec["claim"], set()).add(rec["verdict"])
+        claims_ok = sum("fail" not in v and "pass" in v for v in by_claim.values())
+        claims_bad = sum("fail" in v for v in by_claim.values())
+        claims_nr = sum(v == {"not reproducible"} for v in by_claim.values())
         devices = sorted({r.get("device") or "—" for r in ledger}) or ["—"]
         if seconds == seconds and seconds > MAX_CHAPTER_SECONDS:
             problems.append(f"{slug} took {seconds:.1f} s > {MAX_CHAPTER_SECONDS:.0f} s")
         flag = " ⚠" if seconds == seconds and seconds > TARGET_CHAPTER_SECONDS else ""
         status_rows.append(f"| [{slug}]({slug_link(entry)}) | {seconds:.1f}{flag} | {outcome} | "
-                           f"{verdicts.count('pass')} | {verdicts.count('fail')} | "
-                           f"{verdicts.count('not reproducible')} | {', '.join(devices)} |")
+                           f"{claims_ok} | {claims_bad} | {claims_nr} | {verdicts.count('pass')} / "
+                           f"{len(verdicts) - verdicts.count('not reproducible')} | {', '.join(devices)} |")
         texts = claim_texts(ROOT / f"{entry}.ipynb")
         seen: dict[str, list[dict]] = {}
         for rec in ledger:
@@ -226,8 +232,10 @@ def report() -> int:
         f"under `pytest --nbmake` (2 workers, one thread per kernel); its time includes kernel start-up. The chapter "
         f"budget is {TARGET_CHAPTER_SECONDS:.0f} s on the CI machine (⚠ marks chapters above it) and the run fails "
         f"above {MAX_CHAPTER_SECONDS:.0f} s.", "",
-        "| chapter | seconds | result | claims passed | claims failed | not reproducible | device |",
-        "|---|---:|---|---:|---:|---:|---|", *status_rows, "",
+        "| chapter | seconds | result | claims verified | claims failed | claims not reproducible | checks passed "
+        "| device |",
+        "|---|---:|---|---:|---:|---:|---:|---|", *status_rows, "",
+        "A claim is *verified* when every check of it passed; a chapter usually runs several checks per claim.", "",
         "## Versions", "", "| package | version |", "|---|---|",
         *[f"| {k} | {v} |" for k, v in vers.items()], "",
         f"Seed: `BOOK_SEED={os.environ.get('BOOK_SEED', '0')}`, scale: `BOOK_SCALE={os.environ.get('BOOK_SCALE', 'small')}`.",
@@ -319,6 +327,8 @@ def render() -> int:
     if not (STAGE / "book" / "status.md").exists():
         report()
     out = ROOT / "_build"
+    for stale in ("html", "jupyter_execute", ".doctrees"):  # pages of removed chapters must not linger
+        shutil.rmtree(out / stale, ignore_errors=True)
     vendor_widget_scripts()
     jb = Path(sys.executable).parent / "jupyter-book"
     code = run([str(jb) if jb.exists() else "jupyter-book", "build", str(STAGE), "--path-output", str(ROOT),

@@ -117,10 +117,9 @@ def _fmt(value: Any) -> str:
     if isinstance(value, (bool, np.bool_)):
         return str(bool(value))
     arr = np.asarray(value.detach().cpu().numpy() if hasattr(value, "detach") else value)
-    if arr.dtype.kind in "fc" and arr.size == 1:
-        return f"{float(arr):.6g}"
     if arr.size == 1:
-        return str(arr.item())
+        item = arr.reshape(-1)[0].item()  # works for shape () and (1,), (1, 1), ...
+        return f"{item:.6g}" if isinstance(item, float) else str(item)
     return np.array2string(arr, precision=4, threshold=8, separator=", ")
 
 
