@@ -94,7 +94,8 @@ def test(extra: list[str]) -> int:
                PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYDEVD_DISABLE_FILE_VALIDATION="1")
     workers = ["-n", env.get("BOOK_WORKERS", "2")] if env.get("BOOK_WORKERS", "2") != "0" else []
     code = run([sys.executable, "-m", "pytest", "tests", str(STAGE.relative_to(ROOT) / "book"), "--nbmake",
-                "--overwrite", "--nbmake-timeout=600", *workers, "-p", "no:cacheprovider", "-p", "tools.pytest_short_poll",
+                "--overwrite", "--nbmake-timeout=600", *workers, "-p", "no:cacheprovider", "-p", "no:benchmark",
+                "-p", "tools.pytest_short_poll",
                 f"--junitxml={JUNIT}", "-o", "junit_family=xunit2", "-rfE", *extra], env=env, timeout=3600)
     report_code = report()
     return code or report_code
@@ -151,19 +152,40 @@ def claim_texts(notebook: Path) -> dict[str, tuple[str, str]]:
     return texts
 
 
+def chapter_title(notebook: Path) -> str:
+    """The '# ' title of the chapter's first cell."""
+    first = "".join(json.loads(notebook.read_text(encoding="utf-8"))["cells"][0]["source"])
+    return first.splitlines()[0].lstrip("# ").strip()
+
+
 def fmt(value) -> str:
+    """Compact display of a ledger value: 4 significant digits, long lists elided."""
     if value is None:
         return ""
     if isinstance(value, float):
-        return f"{value:.6g}"
+        return f"{value:.4g}"
     if isinstance(value, list):
-        flat = value if len(value) <= 6 else value[:3] + ["…"] + value[-2:]
+        while any(isinstance(v, list) for v in value):  # arrays of any rank are shown flattened
+            value = [w for v in value for w in (v if isinstance(v, list) else [v])]
+        flat = value if len(value) <= 4 else value[:2] + ["…"] + value[-1:]
         return "[" + ", ".join(fmt(v) if not isinstance(v, str) else v for v in flat) + "]"
     return str(value)
 
 
-def cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+def describe_check(rec: dict) -> str:
+    """One check as 'measured OP expected (tol t) — note'."""
+    symbol = {"close": "≈", "le": "≤", "lt": "<", "ge": "≥", "gt": ">"}.get(rec.get("op"), "≈")
+    if rec["expected"] is None:
+        text = "true" if rec["measured"] is True else "false"
+    else:
+        text = f"{fmt(rec['measured'])} {symbol} {fmt(rec['expected'])}"
+        if rec["tol"] is not None:
+            text += f" (tol {fmt(rec['tol'])}{' rel.' if rec.get('rel') else ''})"
+    note = rec.get("note") or ""
+    if len(note) > 110:
+        note = note[:107] + "…"
+    note = re.sub(r"([*_`\\$])", r"\\\1", note)  # notes are plain text: no emphasis or math by accident
+    return f"`{text}`" + (f" — {note}" if note else "")
 
 
 def versions() -> dict[str, str]:
@@ -201,6 +223,7 @@ def report() -> int:
                            f"{len(verdicts) - verdicts.count('not reproducible')} | {', '.join(devices)} |")
         texts = claim_texts(ROOT / f"{entry}.ipynb")
         seen: dict[str, list[dict]] = {}
+        rows_of_chapter: list[str] = []
         for rec in ledger:
             seen.setdefault(rec["claim"], []).append(rec)
         for claim in sorted(set(seen) | set(texts), key=lambda c: int(c.rsplit("C", 1)[1])):
@@ -212,18 +235,18 @@ def report() -> int:
                        "pass + not reproducible" if kinds else "not run")
             for kind in ("pass", "fail", "not reproducible"):
                 totals[kind] += sum(r["verdict"] == kind for r in recs)
-            symbol = {"close": "≈ ", "le": "≤ ", "lt": "< ", "ge": "≥ ", "gt": "> "}
-            measured = "<br>".join(cell(fmt(r["measured"])) for r in recs if r["verdict"] != "not reproducible")
-            expected = "<br>".join(cell(symbol.get(r.get("op"), "") + fmt(r["expected"])) if r["expected"] is not None
-                                   else "" for r in recs if r["verdict"] != "not reproducible")
-            tol = "<br>".join(cell(fmt(r["tol"]) + (" (rel.)" if r.get("rel") else "")) if r["tol"] is not None
-                              else "" for r in recs if r["verdict"] != "not reproducible")
+            checks = [describe_check(r) for r in recs if r["verdict"] != "not reproducible"]
             notes = [r["note"] for r in recs if r["verdict"] == "not reproducible" and r.get("note")]
-            text = cell(f"**{name}.** " if name else "") + cell(statement)
-            if notes:
-                text += "<br>*Not reproducible:* " + cell(notes[0])
-            claim_rows.append(f"| [{claim}]({slug_link(entry)}) | {text} | {measured} | {expected} | {tol} | "
-                              f"**{verdict}** |")
+            mark = {"pass": "✅", "fail": "❌", "not reproducible": "⚪", "pass + not reproducible": "✅⚪"}.get(verdict,
+                                                                                                        "❔")
+            rows_of_chapter += [f"**{mark} [{claim}]({slug_link(entry)}) · {name}** — *{verdict}*", ""]
+            if statement:
+                rows_of_chapter += [statement, ""]
+            rows_of_chapter += [f"- {c}" for c in checks]
+            rows_of_chapter += [f"- *Not reproducible:* {n}" for n in notes[:1]]
+            rows_of_chapter.append("")
+        title = chapter_title(ROOT / f"{entry}.ipynb")
+        claim_rows += [f"## {title}", "", f"Chapter: [{slug}]({slug_link(entry)}).", "", *rows_of_chapter]
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     cpu = f"{os.cpu_count()} CPU cores"
     status = [
@@ -242,13 +265,13 @@ def report() -> int:
     ]
     claims = [
         "# Claims ledger", "",
-        "Every claim of every chapter, as verified by the last test run: the statement (from the chapter), what was "
-        "measured, what was expected, the tolerance and the verdict. A claim verified by several checks lists each "
-        "check on its own line. *Not reproducible* marks claims that need a pretrained model or data we do not have; "
-        "the chapter then shows a labelled substitute.", "",
+        "Every claim of every chapter, as verified by the last test run: its verdict, its statement (from the chapter) "
+        "and, for each check of it, `measured OP expected (tolerance)` followed by what the check compares (4 "
+        "significant digits; long arrays elided, the chapter prints them in full). ✅ pass, ❌ fail. *Not reproducible* marks claims that need a pretrained model or data we do not have; "
+        "the chapter then shows a labelled substitute (⚪).", "",
         f"Totals over all checks: {totals['pass']} passed, {totals['fail']} failed, "
         f"{totals['not reproducible']} recorded as not reproducible.", "",
-        "| claim | statement | measured | expected | tolerance | verdict |", "|---|---|---|---|---|---|", *claim_rows,
+        *claim_rows,
     ]
     for folder in (ROOT / "book", STAGE / "book"):
         if folder.exists():
