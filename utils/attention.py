@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from ._validation import as_float_tensor, positive_int
+from ._validation import as_float_tensor, finite_float, positive_int
 
 __all__ = ["softmax_attention", "attention_matrix", "linear_attention_matrix", "linear_attention",
            "linear_attention_naive", "performer_features", "gaussian_orthogonal_matrix", "attention_entropy",
@@ -80,7 +80,7 @@ def attention_matrix(q: Any, k: Any, *, causal: bool = False, scale: float | Non
         ``(..., n_q, n_k)``, dtype/device of the promoted inputs. Materialises the full matrix: reference use.
     """
     q, k = _qkv(q, k, None, ("q", "k", "v"))
-    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else _finite(scale, "scale")
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else finite_float(scale, "scale")
     logits = scale * (q @ k.transpose(-1, -2))
     if causal:
         _check_causal(q.shape[-2], k.shape[-2])
@@ -182,7 +182,7 @@ def linear_attention(phi_q: Any, phi_k: Any, v: Any, causal: bool = False, *, ch
     """
     phi_q, phi_k, v = _qkv(phi_q, phi_k, v, ("phi_q", "phi_k", "v"))
     chunk_size = positive_int(chunk_size, "chunk_size")
-    eps = _finite(eps, "eps")
+    eps = finite_float(eps, "eps")
     if eps < 0:
         raise ValueError(f"eps must be >= 0, got {eps}")
     if causal:
@@ -261,14 +261,6 @@ def gaussian_orthogonal_matrix(m: int, d: int, generator: torch.Generator | None
     return directions * norms
 
 
-def _finite(value: Any, name: str) -> float:
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a finite number, got {value!r}") from None
-    if not math.isfinite(out):
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    return out
 
 
 def _xlogx(a: torch.Tensor) -> torch.Tensor:

@@ -28,7 +28,7 @@ from typing import Any, Mapping
 import torch
 import torch.nn.functional as F
 
-from ._validation import as_float_tensor, positive_int
+from ._validation import as_float_tensor, finite_float, positive_int
 
 __all__ = ["SCALE_MODES", "HOMOGENEOUS_ACTIVATIONS", "repeat_scale", "enlarge_linear", "enlarge_layernorm",
            "enlarge_embedding", "enlarge_bert_state_dict", "enlarge_bert_config", "toy_bert_params",
@@ -104,12 +104,7 @@ def enlarge_linear(weight: Any, bias: Any, k: int, *, in_scale: str, out_scale: 
     k = positive_int(k, "k")
     c_in = _mode_factor(in_scale, k, "in_scale")
     c_out = _mode_factor(out_scale, k, "out_scale")
-    try:
-        extra = float(extra)
-    except (TypeError, ValueError):
-        raise ValueError(f"extra must be a finite number, got {extra!r}") from None
-    if not math.isfinite(extra):
-        raise ValueError(f"extra must be a finite number, got {extra}")
+    extra = finite_float(extra, "extra")
     new_weight = repeat_scale(repeat_scale(weight, k, 0, group=group, mode="rep"), k, 1, group=in_group, mode="rep")
     new_weight = new_weight * (extra * c_out / (k * c_in))
     if bias is None:

@@ -32,7 +32,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from ._validation import as_float_tensor, positive_int
+from ._validation import as_float_tensor, finite_float, positive_int
 
 __all__ = ["sphere_angle_logpdf", "log_mean_exp_cos", "skipgram_entropy_offset", "dimension_threshold",
            "attention_row_entropy", "LAPLACE_LIMIT"]
@@ -247,12 +247,7 @@ def attention_row_entropy(q: Any, K: Any, scale: float = 1.0, *, chunk_size: int
         raise ValueError(f"q and K must have the same dimension d, got {q2.shape[1]} and {K.shape[1]}")
     if K.shape[0] < 1:
         raise ValueError("K must hold at least one key")
-    try:
-        scale = float(scale)
-    except (TypeError, ValueError):
-        raise ValueError(f"scale must be a finite number, got {scale!r}") from None
-    if not math.isfinite(scale):
-        raise ValueError(f"scale must be finite, got {scale!r}")
+    scale = finite_float(scale, "scale")
     chunk_size = positive_int(chunk_size, "chunk_size")
     dtype = torch.promote_types(q2.dtype, K.dtype)
     q2 = q2.to(dtype)

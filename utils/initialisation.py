@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from scipy import integrate, optimize, special
 
-from ._validation import as_float_tensor, positive_int
+from ._validation import as_float_tensor, finite_float, positive_int
 
 __all__ = ["truncnorm_variance_factor", "gaussian_moment", "solve_selu_constants", "uniform_bounds",
            "fan_in_normal", "fan_in_uniform", "fan_in_truncated_normal", "rms_norm", "layer_norm",
@@ -41,18 +41,10 @@ _SQRT_2PI = math.sqrt(2.0 * math.pi)
 # ----------------------------------------------------------------------------------------------------------------
 # scalar helpers (float64, scipy)
 
-def _finite(value: Any, name: str) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a real number, got {value!r}") from None
-    if not math.isfinite(v):
-        raise ValueError(f"{name} must be finite, got {v}")
-    return v
 
 
 def _positive(value: Any, name: str) -> float:
-    v = _finite(value, name)
+    v = finite_float(value, name)
     if v <= 0:
         raise ValueError(f"{name} must be > 0, got {v}")
     return v
@@ -68,7 +60,7 @@ def truncnorm_variance_factor(a: float = -2.0, b: float = 2.0) -> float:
     Raises:
         ValueError: non-finite bounds or ``a >= b``.
     """
-    lo, hi = _finite(a, "a"), _finite(b, "b")
+    lo, hi = finite_float(a, "a"), finite_float(b, "b")
     if lo >= hi:
         raise ValueError(f"need a < b, got a={lo}, b={hi}")
     pdf = lambda t: math.exp(-t * t / 2.0) / _SQRT_2PI
@@ -134,7 +126,7 @@ def solve_selu_constants(x0: tuple[float, float] = (1.0, 1.5), xtol: float = 1e-
 
 def uniform_bounds(mean: float, std: float) -> tuple[float, float]:
     """Interval ``(mean - sqrt(3) std, mean + sqrt(3) std)`` of the uniform law with that mean and std."""
-    mu, s = _finite(mean, "mean"), _positive(std, "std")
+    mu, s = finite_float(mean, "mean"), _positive(std, "std")
     half = math.sqrt(3.0) * s
     return mu - half, mu + half
 
@@ -199,7 +191,7 @@ def fan_in_truncated_normal(fan_in: int, fan_out: int, *, gain: float = 1.0, cor
 
 def _norm_args(x: Any, weight: Any, eps: Any, name: str = "x") -> tuple[torch.Tensor, torch.Tensor | None, float]:
     x = as_float_tensor(x, name, min_ndim=1)
-    e = _finite(eps, "eps")
+    e = finite_float(eps, "eps")
     if e < 0:
         raise ValueError(f"eps must be >= 0, got {e}")
     if weight is not None:
@@ -266,7 +258,7 @@ def softmax_saturation_stats(logits: Any, *, threshold: float = 0.99,
     z = as_float_tensor(logits, "logits", min_ndim=1)
     if z.shape[-1] < 2:
         raise ValueError(f"logits need at least 2 entries in the last axis, got shape {tuple(z.shape)}")
-    thr = _finite(threshold, "threshold")
+    thr = finite_float(threshold, "threshold")
     if not 0.0 < thr < 1.0:
         raise ValueError(f"threshold must lie in (0, 1), got {thr}")
     pcts = [float(q) for q in percentiles]
@@ -556,7 +548,7 @@ def train_residual_toy(mode: str, *, n_blocks: int = 16, width: int = 64, steps:
     n_blocks, width = positive_int(n_blocks, "n_blocks"), positive_int(width, "width")
     steps, batch = positive_int(steps, "steps"), positive_int(batch, "batch")
     lr = _positive(lr, "lr")
-    ramp = _finite(ramp_fraction, "ramp_fraction")
+    ramp = finite_float(ramp_fraction, "ramp_fraction")
     if not 0.0 < ramp <= 1.0:
         raise ValueError(f"ramp_fraction must lie in (0, 1], got {ramp}")
     kw = dict(generator=generator, dtype=torch.float32, device="cpu")

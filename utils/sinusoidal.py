@@ -27,7 +27,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ._validation import as_float_tensor, positive_int
+from ._validation import as_float_tensor, finite_float, positive_int
 
 __all__ = ["oscillatory_integral", "exp_integral_first_zero", "theta_moment", "taylor_two_rows", "embedding_stats",
            "mean_lagged_inner_product", "minilm_embedding_tables", "sinusoidal_ode_matrix", "complex_order_embedding",
@@ -36,18 +36,10 @@ __all__ = ["oscillatory_integral", "exp_integral_first_zero", "theta_moment", "t
 INTEGRAL_METHODS = ("quad", "closed_exp", "fresnel")
 
 
-def _finite_float(value: Any, name: str) -> float:
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a real number, got {value!r}") from None
-    if not math.isfinite(out):
-        raise ValueError(f"{name} must be finite, got {out}")
-    return out
 
 
 def _base(value: Any) -> float:
-    base = _finite_float(value, "base")
+    base = finite_float(value, "base")
     if base <= 1.0:
         raise ValueError(f"base must be a finite number > 1, got {base}")
     return base
@@ -143,7 +135,7 @@ def exp_integral_first_zero(base: float, bracket: tuple[float, float] | None = N
             raise ValueError(f"no sign change of I_b found on (0, 2b] for base {b:g}")
         lo, hi = grid[change[0]], grid[change[0] + 1]
     else:
-        lo, hi = (_finite_float(v, "bracket") * b for v in bracket)
+        lo, hi = (finite_float(v, "bracket") * b for v in bracket)
         if not 0 < lo < hi:
             raise ValueError(f"bracket must be two increasing positive fractions, got {bracket}")
         if f(lo) * f(hi) > 0:
@@ -159,7 +151,7 @@ def theta_moment(p: int, family: str, param: float) -> float:
     """
     p = positive_int(p, "p")
     if family == "power":
-        alpha = _finite_float(param, "alpha")
+        alpha = finite_float(param, "alpha")
         if alpha <= 0:
             raise ValueError(f"alpha must be > 0, got {alpha}")
         return 1.0 / (p * alpha + 1.0)
