@@ -6,7 +6,8 @@ Same data (float32 standard Gaussian points, seed 0) for every implementation; E
 all the others (self excluded). Implementations:
 
 * ``hubness.knn_indices``  -- this book's kernel: query blocks sized for the cache + exact grouped top-k;
-* ``geometry.topk_neighbors`` -- plain chunked "score block + torch.topk" (4096-query blocks);
+* ``plain chunked topk``   -- the baseline "score block + torch.topk" (4096-query blocks, no grouped top-k:
+  knn_indices with group_size=1);
 * ``faiss IndexFlatL2``    -- faiss-cpu exact flat search (k + 1 neighbours, the first is the point itself);
 * ``sklearn brute``        -- NearestNeighbors(algorithm="brute").kneighbors (k + 1 neighbours);
 * ``numpy full matrix``    -- the whole N x N matrix + argpartition (only for N <= 20000);
@@ -32,7 +33,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-IMPLEMENTATIONS = ["hubness.knn_indices", "geometry.topk_neighbors", "faiss IndexFlatL2", "sklearn brute",
+IMPLEMENTATIONS = ["hubness.knn_indices", "plain chunked topk", "faiss IndexFlatL2", "sklearn brute",
                    "numpy full matrix", "torch CUDA"]
 
 
@@ -42,7 +43,6 @@ def _worker(impl: str, n: int, dim: int, k: int, threads: int) -> dict:
     import torch
 
     sys.path.insert(0, str(ROOT))
-    from utils.geometry import topk_neighbors
     from utils.hubness import knn_indices
 
     torch.set_num_threads(threads)
@@ -51,9 +51,9 @@ def _worker(impl: str, n: int, dim: int, k: int, threads: int) -> dict:
     if impl == "hubness.knn_indices":
         knn_indices(X[:500], k)  # warm-up
         run = lambda: knn_indices(X, k).numpy()  # noqa: E731
-    elif impl == "geometry.topk_neighbors":
-        topk_neighbors(X[:500], k, metric="euclidean")
-        run = lambda: topk_neighbors(X, k, metric="euclidean", chunk_size=4096).numpy()  # noqa: E731
+    elif impl == "plain chunked topk":
+        knn_indices(X[:500], k, chunk_size=4096, group_size=1)
+        run = lambda: knn_indices(X, k, chunk_size=4096, group_size=1).numpy()  # noqa: E731
     elif impl == "faiss IndexFlatL2":
         import faiss
         faiss.omp_set_num_threads(threads)
