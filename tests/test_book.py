@@ -63,3 +63,12 @@ def test_notebook_uses_seeded_streams_only(path):
                                                            r"default_rng\(\d", line) and "# fixed data" not in line]
     assert not seeded, f"seed through utils.rng / utils.torch_generator so that BOOK_SEED changes every experiment: {seeded}"
     assert not re.search(r"print\(\s*(np|numpy|torch)\.(allclose|isclose|array_equal)", code)
+
+
+def test_ledger_relinks_chapter_references():
+    """Statements quoted in book/claims.md keep working {doc} links (resolved from the chapter's folder)."""
+    from book import relink
+
+    text = "see {doc}`rope-2d`, {doc}`the theory <../geometry/jl-lemma-theory>` and {doc}`/book/intro`"
+    assert relink(text, "book/positions/rotary-position-embedding") == (
+        "see {doc}`rope-2d <positions/rope-2d>`, {doc}`the theory <geometry/jl-lemma-theory>` and {doc}`/book/intro`")

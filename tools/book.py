@@ -152,6 +152,22 @@ def claim_texts(notebook: Path) -> dict[str, tuple[str, str]]:
     return texts
 
 
+def relink(text: str, entry: str) -> str:
+    """Make a chapter's relative {doc} links (``{doc}`slug` ``, ``{doc}`label <../part/slug>` ``) valid from book/."""
+    import posixpath
+
+    folder = entry.split("/")[1]
+
+    def fix(match: re.Match) -> str:
+        label, target = (match.group(1), match.group(2)) if match.group(2) else (None, match.group(1))
+        if target.startswith("/"):
+            return match.group(0)
+        resolved = posixpath.normpath(f"{folder}/{target.strip()}")
+        return f"{{doc}}`{(label or target).strip()} <{resolved}>`"
+
+    return re.sub(r"\{doc\}`([^`<>]*?)(?:\s*<([^`<>]+)>)?`", fix, text)
+
+
 def chapter_title(notebook: Path) -> str:
     """The '# ' title of the chapter's first cell."""
     first = "".join(json.loads(notebook.read_text(encoding="utf-8"))["cells"][0]["source"])
@@ -241,7 +257,7 @@ def report() -> int:
                                                                                                         "❔")
             rows_of_chapter += [f"**{mark} [{claim}]({slug_link(entry)}) · {name}** — *{verdict}*", ""]
             if statement:
-                rows_of_chapter += [statement, ""]
+                rows_of_chapter += [relink(statement, entry), ""]
             rows_of_chapter += [f"- {c}" for c in checks]
             rows_of_chapter += [f"- *Not reproducible:* {n}" for n in notes[:1]]
             rows_of_chapter.append("")
