@@ -224,12 +224,13 @@ def report() -> int:
         seconds, outcome = times.get(entry, (float("nan"), "not run"))
         ledger = read_ledger(slug) if outcome != "not run" else []
         verdicts = [r["verdict"] for r in ledger]
-        by_claim: dict[str, set[str]] = {}
+        seen: dict[str, list[dict]] = {}  # the chapter's ledger records, grouped by claim
         for rec in ledger:
-            by_claim.setdefault(rec["claim"], set()).add(rec["verdict"])
-        claims_ok = sum("fail" not in v and "pass" in v for v in by_claim.values())
-        claims_bad = sum("fail" in v for v in by_claim.values())
-        claims_nr = sum(v == {"not reproducible"} for v in by_claim.values())
+            seen.setdefault(rec["claim"], []).append(rec)
+        kinds_of = {claim: {r["verdict"] for r in recs} for claim, recs in seen.items()}
+        claims_ok = sum("fail" not in v and "pass" in v for v in kinds_of.values())
+        claims_bad = sum("fail" in v for v in kinds_of.values())
+        claims_nr = sum(v == {"not reproducible"} for v in kinds_of.values())
         devices = sorted({r.get("device") or "—" for r in ledger}) or ["—"]
         if seconds == seconds and seconds > MAX_CHAPTER_SECONDS:
             problems.append(f"{slug} took {seconds:.1f} s > {MAX_CHAPTER_SECONDS:.0f} s")
@@ -238,14 +239,10 @@ def report() -> int:
                            f"{claims_ok} | {claims_bad} | {claims_nr} | {verdicts.count('pass')} / "
                            f"{len(verdicts) - verdicts.count('not reproducible')} | {', '.join(devices)} |")
         texts = claim_texts(ROOT / f"{entry}.ipynb")
-        seen: dict[str, list[dict]] = {}
         rows_of_chapter: list[str] = []
-        for rec in ledger:
-            seen.setdefault(rec["claim"], []).append(rec)
         for claim in sorted(set(seen) | set(texts), key=lambda c: int(c.rsplit("C", 1)[1])):
             name, statement = texts.get(claim, ("", ""))
-            recs = seen.get(claim, [])
-            kinds = {r["verdict"] for r in recs}
+            recs, kinds = seen.get(claim, []), kinds_of.get(claim, set())
             verdict = ("fail" if "fail" in kinds else "pass" if kinds == {"pass"} else
                        "not reproducible" if kinds == {"not reproducible"} else
                        "pass + not reproducible" if kinds else "not run")
